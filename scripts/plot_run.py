@@ -27,6 +27,10 @@ import sys
 
 FIGURE_DPI = 150
 
+# matplotlib.pyplot and matplotlib.ticker, imported by import_matplotlib() because
+# matplotlib is an optional dependency.
+plt = ticker = None
+
 # results.json fields that must agree for two runs to share one setting.
 SETTING_KEYS = ("dataset", "imbalanced_factor", "corruption_type", "corruption_ratio",
                 "seed", "train_iters")
@@ -41,7 +45,7 @@ OTHER_METHOD = {"reweighting": "baseline", "baseline": "reweighting"}
 
 
 class PlotError(Exception):
-    """A run folder or option that cannot be plotted; main() prints it in one line."""
+    """A run folder or option that cannot be plotted. main() prints it as one line."""
 
 
 # ---------------------------------------------------------------------------
@@ -67,16 +71,13 @@ class Run:
     def noisy(self):
         return self.config["args"].get("corruption_type") is not None
 
-    def setting(self):
-        return {key: self.results[key] for key in SETTING_KEYS}
-
 
 def read_json(path):
     try:
         with open(path) as handle:
             return json.load(handle)
     except json.JSONDecodeError as error:
-        raise PlotError(f"{path} is not valid JSON ({error}); rerun the run or restore "
+        raise PlotError(f"{path} is not valid JSON ({error}); rerun main.py or restore "
                         f"the file") from None
 
 
@@ -90,7 +91,7 @@ def read_jsonl(path):
                 rows.append(json.loads(line))
             except json.JSONDecodeError as error:
                 raise PlotError(f"{path} line {number} is not valid JSON ({error}); "
-                                f"rerun the run or restore the file") from None
+                                f"rerun main.py or restore the file") from None
     return rows
 
 
@@ -103,15 +104,18 @@ def require_file(run_dir, name, reason):
 
 def require_keys(obj, keys, where):
     if not isinstance(obj, dict):
-        raise PlotError(f"{where} is not a JSON object; rerun the run or restore the file")
+        raise PlotError(f"{where} is not a JSON object; rerun main.py or restore the file")
     missing = [key for key in keys if key not in obj]
     if missing:
-        raise PlotError(f"{where} lacks {', '.join(missing)}; it was not written by this "
+        raise PlotError(f"{where} is missing {', '.join(missing)}; it was not written by this "
                         f"version of main.py")
 
 
 def load_run(run_dir):
-    """Read and check the files of the run in run_dir; raise PlotError naming what is bad."""
+    """Read the files of the run in run_dir and check their fields.
+
+    Raises PlotError that names the missing or invalid file.
+    """
     if not os.path.isdir(run_dir):
         raise PlotError(f"run directory {run_dir!r} not found; pass the --output_dir of a run")
     unfinished = "the run may not have finished; plot it once main.py has ended"
@@ -137,7 +141,8 @@ def load_run(run_dir):
     weights = []
     if results["method"] == "reweighting":
         weights_path = require_file(run_dir, "weights.jsonl",
-                                    "a reweighting run writes it at every validation")
+                                    "a reweighting run writes it at every validation, so "
+                                    "rerun it with this version of main.py")
         weights = read_jsonl(weights_path)
         if not weights:
             raise PlotError(f"{weights_path} has no validation rows; {unfinished}")
@@ -153,7 +158,7 @@ def load_run(run_dir):
 
 def find_partner(run, baseline_dir=None, reweight_dir=None):
     """Return (partner Run or None, message for the user)."""
-    wanted = OTHER_METHOD[run.method]
+    partner_method = OTHER_METHOD[run.method]
     if baseline_dir is not None:
         return load_explicit_partner(run, "baseline", baseline_dir)
     if reweight_dir is not None:
@@ -174,37 +179,37 @@ def find_partner(run, baseline_dir=None, reweight_dir=None):
             results = read_json(results_path)
         except (PlotError, OSError):
             continue
-        if not isinstance(results, dict) or results.get("method") != wanted:
+        if not isinstance(results, dict) or results.get("method") != partner_method:
             continue
         if all(results.get(key) == run.results[key] for key in SETTING_KEYS):
             candidates.append(folder)
 
     if not candidates:
-        return None, (f"no {wanted} run with the same setting found beside {run.path}; "
-                      f"pass one with --{partner_option(wanted)}")
+        return None, (f"no {partner_method} run with the same setting found beside "
+                      f"{run.path}; pass one with --{partner_option(partner_method)}")
     # Several matches (for example a rerun): take the most recently finished one.
     chosen = max(candidates, key=lambda folder: os.path.getmtime(
         os.path.join(folder, "results.json")))
-    message = f"partner run ({wanted}, found beside RUN_DIR): {chosen}"
+    message = f"partner run ({partner_method}, found beside RUN_DIR): {chosen}"
     if len(candidates) > 1:
         message += f" (newest of {len(candidates)} matching runs)"
     return load_run(chosen), message
 
 
-def load_explicit_partner(run, wanted, partner_dir):
-    option = f"--{partner_option(wanted)}"
-    if run.method == wanted:
-        other = f"--{partner_option(OTHER_METHOD[wanted])}"
+def load_explicit_partner(run, partner_method, partner_dir):
+    option = f"--{partner_option(partner_method)}"
+    if run.method == partner_method:
+        other = f"--{partner_option(OTHER_METHOD[partner_method])}"
         raise PlotError(f"RUN_DIR {run.path} is itself a {run.method} run; pass its "
                         f"partner with {other} instead of {option}")
     if os.path.realpath(partner_dir) == os.path.realpath(run.path):
         raise PlotError(f"{option} {partner_dir} is RUN_DIR itself; pass the other run")
     partner = load_run(partner_dir)
-    if partner.method != wanted:
-        raise PlotError(f"{option} {partner_dir} holds a {partner.method} run; pass the "
-                        f"output directory of a {wanted} run")
+    if partner.method != partner_method:
+        raise PlotError(f"{option} {partner_dir} contains a {partner.method} run; pass the "
+                        f"output directory of a {partner_method} run")
 
-    message = f"partner run ({wanted}, from {option}): {partner_dir}"
+    message = f"partner run ({partner_method}, from {option}): {partner_dir}"
     differing = [key for key in SETTING_KEYS if partner.results[key] != run.results[key]]
     if differing:
         details = ", ".join(f"{key} {run.results[key]} vs {partner.results[key]}"
@@ -252,8 +257,13 @@ def save_figure(figure, run_dir, name):
     return path
 
 
+def iteration_locator():
+    """Integer ticks at round steps (20, 25, 30 rather than 21, 24, 27)."""
+    return ticker.MaxNLocator(integer=True, steps=[1, 2, 5, 10])
+
+
 def plot_weight_function(run):
-    """w(loss) at the first, middle and last validation, one line each."""
+    """Plot w(loss) at the first, middle and last validation, one line each."""
     rows = run.weights
     picked = []
     for row in (rows[0], rows[len(rows) // 2], rows[-1]):
@@ -284,7 +294,7 @@ def plot_test_accuracy(run, partner):
                   label=f"{METHOD_LABELS[item.method]} (final {accuracies[-1]:.2f}%)")
     axes.set_xlabel("iteration (classifier updates)")
     axes.set_ylabel("test accuracy (%)")
-    axes.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
+    axes.xaxis.set_major_locator(iteration_locator())
     setting = describe_setting(run.results, with_method=partner is None)
     axes.set_title(f"Test accuracy\n{setting}", fontsize=11)
     axes.grid(alpha=0.3)
@@ -293,7 +303,7 @@ def plot_test_accuracy(run, partner):
 
 
 def plot_per_class_accuracy(run, partner):
-    """Final per-class test accuracy against training images per class."""
+    """Plot the final per-class test accuracy against training images per class."""
     names = list(run.results["per_class_acc"])
     counts = [run.results["num_per_class"][name] for name in names]
     figure, axes = plt.subplots(figsize=(6.4, 4.6))
@@ -316,10 +326,11 @@ def plot_per_class_accuracy(run, partner):
                           xytext=(5, 4), fontsize=8)
 
     axes.set_xscale("log")
-    # Plain numbers ("20", "500") instead of "2x10^1"; the formatter thins minor labels
-    # when the axis spans several decades.
-    for set_formatter in (axes.xaxis.set_major_formatter, axes.xaxis.set_minor_formatter):
-        set_formatter(ticker.LogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.5)))
+    # Label the ticks at 1, 2 and 5 times a power of ten as plain numbers ("20", "500",
+    # not "2x10^1"). The other minor ticks stay unlabelled, so labels do not collide.
+    axes.xaxis.set_major_locator(ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    axes.xaxis.set_major_formatter(ticker.FuncFormatter(lambda value, _: f"{value:g}"))
+    axes.xaxis.set_minor_formatter(ticker.NullFormatter())
     axes.set_xlabel("training images of the class (log scale)")
     axes.set_ylabel("final test accuracy of the class (%)")
     axes.set_ylim(-5, 105)
@@ -333,7 +344,7 @@ def plot_per_class_accuracy(run, partner):
 
 
 def plot_weight_distribution(run):
-    """Histograms of clean and corrupted sample weights, and their means over training."""
+    """Plot histograms of clean and corrupted sample weights, and their means over training."""
     rows = [row for row in run.weights if all(key in row for key in NOISE_KEYS)]
     last = rows[-1]
     edges = last["histogram_edges"]
@@ -363,7 +374,7 @@ def plot_weight_distribution(run):
                            marker="o", color=color, linewidth=2, label=f"{group} labels")
     mean_axes.set_xlabel("iteration (classifier updates)")
     mean_axes.set_ylabel("mean weight w(L)")
-    mean_axes.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
+    mean_axes.xaxis.set_major_locator(iteration_locator())
     mean_axes.set_title("Mean weight over training", fontsize=11)
     mean_axes.grid(alpha=0.3)
     mean_axes.legend()
@@ -394,7 +405,10 @@ def build_parser():
 
 
 def import_matplotlib():
-    """Import pyplot with the Agg backend into this module; False when it is missing."""
+    """Import pyplot with the Agg backend into the module globals.
+
+    Returns False when matplotlib is not installed.
+    """
     global plt, ticker
     try:
         import matplotlib
@@ -407,7 +421,7 @@ def import_matplotlib():
 
 
 def draw_figures(run, partner):
-    """Draw every figure that fits the run; return (written paths, notes on skipped ones)."""
+    """Draw every figure that fits the run. Returns (written paths, notes on skipped ones)."""
     written, notes = [], []
     if run.method == "reweighting":
         written.append(plot_weight_function(run))

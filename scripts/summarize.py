@@ -3,14 +3,13 @@
     python scripts/summarize.py RUNS_DIR
     python scripts/summarize.py RUNS_DIR --csv summary.csv
 
-Reads every results.json under RUNS_DIR (recursively), groups the runs by dataset,
+Reads every results.json under RUNS_DIR, recursively. The runs are grouped by dataset,
 setting (imbalance factor, noise type and ratio), training budget (train_iters) and
-method (reweighting with its hypergradient, or baseline), and prints one Markdown row
-per group: the number of seeds n and mean ± standard deviation of the final and the
-best test accuracy. Runs with different budgets are never averaged together. Beside
-each row it lists the published accuracies from scripts/reference_results.json that
-match the group, and it writes the same rows to a CSV file (default
-RUNS_DIR/summary.csv).
+method (reweighting with its hypergradient, or baseline). Each group becomes one
+Markdown row with the number of seeds n and mean ± standard deviation of the final and
+the best test accuracy, so runs with different budgets are never averaged together.
+Beside each row are the published accuracies from scripts/reference_results.json that
+match the group. The same rows go to a CSV file (default RUNS_DIR/summary.csv).
 """
 
 import argparse
@@ -49,11 +48,11 @@ CSV_COLUMNS = (
 
 
 class SummaryError(Exception):
-    """A problem that stops the summary; main() prints it in one line and exits with 2."""
+    """A problem that stops the summary. main() prints it in one line and exits with 2."""
 
 
 class InvalidRun(ValueError):
-    """A results.json that cannot be read or lacks a field; the run is skipped."""
+    """A results.json that cannot be read or lacks a field. The run is skipped."""
 
 
 def build_parser():
@@ -89,7 +88,7 @@ def find_results(runs_dir):
 
 
 def load_run(path):
-    """Return the fields of RESULT_FIELDS from one results.json; raise InvalidRun."""
+    """Return the RESULT_FIELDS of one results.json, or raise InvalidRun."""
     try:
         with open(path) as handle:
             results = json.load(handle)
@@ -115,7 +114,7 @@ def load_run(path):
 
 
 def load_runs(paths):
-    """Return (path, run) pairs of the valid files; report each invalid one on stderr."""
+    """Return (path, run) pairs of the valid files and report each invalid one on stderr."""
     runs = []
     for path in paths:
         try:
@@ -146,13 +145,13 @@ def group_key(run):
 
 def sort_key(key):
     dataset, factor, corruption_type, ratio, train_iters, method, hypergrad = key
-    # Imbalance rows first, largest factor first; then noise rows by type and ratio.
+    # Imbalance rows come first, largest factor first, then noise rows by type and ratio.
     return (dataset, corruption_type or "", ratio or 0.0, -(factor or 0.0), train_iters,
             METHODS.index(method), hypergrad or "")
 
 
 def mean_and_std(values):
-    """Return (mean, sample standard deviation); the deviation is None for one value."""
+    """Return (mean, sample standard deviation). The deviation is None for one value."""
     std = statistics.stdev(values) if len(values) > 1 else None
     return statistics.fmean(values), std
 
@@ -200,7 +199,7 @@ def warn_repeated_seeds(members):
 
 
 def load_references(path):
-    """Return the reference entries and sources; raise SummaryError if the file is bad."""
+    """Return (entries, sources) of the reference file, or raise SummaryError."""
     try:
         with open(path) as handle:
             document = json.load(handle)
@@ -272,7 +271,8 @@ def markdown_table(rows):
     widths = [max(len(line[column]) for line in lines) for column in range(len(header))]
 
     def render(cells):
-        return "| " + " | ".join(cell.ljust(width) for cell, width in zip(cells, widths)) + " |"
+        padded = [cell.ljust(width) for cell, width in zip(cells, widths)]
+        return "| " + " | ".join(padded) + " |"
 
     rendered = [render(lines[0]), render(["-" * width for width in widths])]
     rendered += [render(line) for line in lines[1:]]

@@ -6,8 +6,8 @@
 #   sweep_usage                   prints the script's --help text
 #   sweep_parse_option NAME VALUE handles one script-specific option (returns 1 if unknown)
 #   sweep_plan_runs               calls sweep_add_run once per run, after parsing
-# It may also set SWEEP_DEFAULT_FLAGS: main.py flags placed before the extra flags,
-# so an extra flag of the same name overrides them (argparse keeps the last value).
+# It may also set SWEEP_DEFAULT_FLAGS, main.py flags placed before the extra flags. An
+# extra flag of the same name overrides them because argparse keeps the last value.
 
 SWEEP_REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 SWEEP_MAIN="$SWEEP_REPO_ROOT/main.py"
@@ -25,8 +25,8 @@ DRY_RUN=0
 EXTRA_FLAGS=()
 SWEEP_DEFAULT_FLAGS=()
 
-# The planned runs: directory name and main.py setting flags (space-separated, all
-# validated tokens without spaces) of each run.
+# The planned runs, by index: folder name, and main.py setting flags joined by spaces.
+# Joining is safe because every flag and value is a validated token without spaces.
 SWEEP_RUN_NAMES=()
 SWEEP_RUN_FLAGS=()
 
@@ -224,7 +224,7 @@ sweep_add_run() {
 
 # Queue each setting x seed x method, in that nesting order:
 # sweep_add_runs_for_setting LABEL MAIN_PY_FLAGS...
-# LABEL is the setting's part of the folder name, for example if100 or uniform0.4.
+# LABEL is the setting's part of the folder name, for example if100 or uniform_r0.4.
 sweep_add_runs_for_setting() {
     local label="$1"
     shift
@@ -337,14 +337,15 @@ sweep_execute() {
     done
 }
 
-# Parse, plan and run; the sourcing script calls this with its arguments.
+# Parse the options, plan the runs and execute them. The sourcing script calls this
+# with its own arguments.
 sweep_main() {
     sweep_parse_args "$@"
     sweep_check_common_options
     sweep_plan_runs
 
-    # Ctrl-C reaches main.py too, which saves what it can and exits with 130; the
-    # sweep then stops instead of starting the next run.
+    # Ctrl-C also reaches the running main.py, which exits with 130. The sweep then
+    # stops instead of starting the next run.
     trap 'SWEEP_INTERRUPTED=1' INT
     sweep_execute
     trap - INT

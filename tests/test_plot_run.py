@@ -71,7 +71,8 @@ def assert_valid_png(path):
         assert handle.read(8) == PNG_SIGNATURE, f"{path} lacks the PNG signature"
     with Image.open(path) as image:
         assert image.format == "PNG"
-        assert image.width > 300 and image.height > 300
+        assert image.width > 300
+        assert image.height > 300
         image.verify()
 
 
@@ -178,7 +179,7 @@ def test_partner_with_other_seed(runs, tmp_path):
                                                 "partner with --baseline_dir"),
     ("baseline", ["--baseline_dir", "PARTNER"], "is itself a baseline run; pass its "
                                                 "partner with --reweight_dir"),
-    ("reweight", ["--baseline_dir", "NOISY"], "holds a reweighting run; pass the output "
+    ("reweight", ["--baseline_dir", "NOISY"], "contains a reweighting run; pass the output "
                                               "directory of a baseline run"),
 ])
 def test_wrong_partner_exits_2(runs, tmp_path, run_name, flags, message):

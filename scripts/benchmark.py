@@ -1,0 +1,341 @@
+"""Time a Meta-Weight-Net iteration against a plain SGD step, and check it computes the same.
+
+    python scripts/benchmark.py                                  # CPU, random tensors
+    python scripts/benchmark.py --data_root DATA                 # adds the real-data rows
+    python scripts/benchmark.py --device cuda --data_root DATA --json out.json
+
+Variants, all ResNet32 at the same batch size, timed in one process and interleaved
+round by round so that machine drift affects each of them alike:
+
+  (a) plain      a hand-written SGD step (forward, backward, update): the reference
+  (b) baseline   the --baseline path: the inner problem alone, stepped by Betty
+  (c) <method>   a reweighting iteration with each hypergradient method
+  (d) real data  a darts iteration on real CIFAR-10 batches from the product's loaders,
+                 with augmentation (needs --data_root)
+
+The table gives the median seconds per iteration and the ratio to (a). The peak
+resident memory is that of a short `main.py` run on CIFAR-10 in a subprocess (needs
+--data_root), and on CUDA the peak allocated memory of this process.
+
+The equivalence check runs 20 iterations of the product's problems and of plain Betty
+problem definitions of the same objective (classifier forward with an autograd graph
+everywhere, no state restore, no channels_last) from the same seed, and compares the
+losses and the weighting-net parameters.
+"""
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import torch
+import torch.nn.functional as F
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO_ROOT)
+
+import logging  # noqa: E402
+
+from betty.configs import Config, EngineConfig  # noqa: E402
+from betty.engine import Engine  # noqa: E402
+from betty.problems import ImplicitProblem  # noqa: E402
+
+import data  # noqa: E402
+from main import Inner, Outer, hypergradient_config  # noqa: E402
+from model import ResNet32, WeightingNet  # noqa: E402
+
+METHODS = ("darts", "sama", "neumann", "cg")
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--batch_size", type=int, default=100)
+    parser.add_argument("--rounds", type=int, default=5,
+                        help="rounds of interleaved timing; the median is over rounds")
+    parser.add_argument("--iters", type=int, default=3,
+                        help="iterations per variant per round")
+    parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
+    parser.add_argument("--data_root", default=None,
+                        help="unpacked CIFAR-10 (train/<class>/, test/<class>/) for the "
+                             "real-data row and the memory check; omitted: both are skipped")
+    parser.add_argument("--check_iters", type=int, default=20,
+                        help="iterations of the equivalence check (0 skips it)")
+    parser.add_argument("--json", default=None, help="also write the results to this file")
+    return parser.parse_args(argv)
+
+
+def synchronize(device):
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def random_batch(batch_size, device, seed):
+    generator = torch.Generator().manual_seed(seed)
+    images = torch.randn(batch_size, 3, 32, 32, generator=generator)
+    labels = torch.randint(0, 10, (batch_size,), generator=generator)
+    images = images.to(device).contiguous(memory_format=torch.channels_last)
+    return images, labels.to(device)
+
+
+def make_classifier(device, channels_last):
+    classifier = ResNet32(10)
+    if channels_last:
+        classifier = classifier.to(memory_format=torch.channels_last)
+    return classifier
+
+
+def sgd(classifier):
+    return torch.optim.SGD(classifier.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
+
+
+# ---------------------------------------------------------------------------
+# Variants: each returns a function that runs one iteration.
+# ---------------------------------------------------------------------------
+
+
+def plain_step(device, batch_size):
+    classifier = make_classifier(device, device == "cuda").to(device)
+    optimizer = sgd(classifier)
+    images, labels = random_batch(batch_size, device, seed=0)
+
+    def step():
+        loss = F.cross_entropy(classifier(images), labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    return step
+
+
+def engine_step(device, train_loader, meta_loader, hypergrad=None, inner_class=Inner,
+                outer_class=Outer, channels_last=None, meta_lr=1e-5, seed=0):
+    """Build the product's problems (or the given classes) in a Betty engine."""
+    torch.manual_seed(seed)
+    channels_last = device == "cuda" if channels_last is None else channels_last
+    classifier = make_classifier(device, channels_last)
+    strategy = "gpu" if device == "cuda" else "cpu"
+    settings = {"type": hypergrad or "darts"}
+    if hypergrad:
+        settings = hypergradient_config(argparse.Namespace(
+            hypergrad=hypergrad, hypergrad_alpha=None, hypergrad_iterations=1))
+    inner = inner_class("inner", Config(**settings), module=classifier,
+                        optimizer=sgd(classifier), train_data_loader=train_loader,
+                        reweight=hypergrad is not None)
+    problems, dependencies = [inner], {"u2l": {}, "l2u": {}}
+    if hypergrad is not None:
+        weighting_net = WeightingNet()
+        outer = outer_class("outer", Config(type=hypergrad), module=weighting_net,
+                            optimizer=torch.optim.Adam(weighting_net.parameters(), lr=meta_lr),
+                            train_data_loader=meta_loader)
+        problems = [outer, inner]
+        dependencies = {"u2l": {outer: [inner]}, "l2u": {inner: [outer]}}
+    engine = Engine(problems, EngineConfig(train_iters=1, valid_step=10**9, strategy=strategy),
+                    dependencies)
+    engine.train()
+    return engine
+
+
+def engine_iteration(engine):
+    def step():
+        engine.global_step += 1
+        engine.train_step()
+    return step
+
+
+def real_data_loaders(data_root, device, batch_size):
+    source = data.locate_data("cifar10", data_root)
+    if source is None:
+        raise SystemExit(f"error: --data_root {data_root!r} holds no train/ and test/ folders")
+    bundle = data.build_dataloader("cifar10", source, batch_size, 1000, imbalanced_factor=100,
+                                   seed=1, device=device)
+    return bundle.train_loader, bundle.meta_loader
+
+
+# ---------------------------------------------------------------------------
+# Equivalence check against straightforward problem definitions
+# ---------------------------------------------------------------------------
+
+
+class StraightforwardInner(ImplicitProblem):
+    """The weighted loss written plainly: the classifier always builds its graph."""
+
+    def __init__(self, *args, reweight=True, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.finite_difference_pass = False
+        self.reference_loss = None
+
+    def training_step(self, batch):
+        per_sample_loss = F.cross_entropy(self.module(batch[0]), batch[1], reduction="none")
+        if not self.finite_difference_pass:
+            self.reference_loss = per_sample_loss.detach().unsqueeze(1)
+        weights = self.outer(self.reference_loss)
+        return (weights.squeeze(1) * per_sample_loss).mean()
+
+
+class StraightforwardOuter(ImplicitProblem):
+    """Betty's hypergradient with nothing restored afterwards."""
+
+    def training_step(self, batch):
+        return F.cross_entropy(self.inner(batch[0]), batch[1])
+
+    def backward(self, *args, **kwargs):
+        self.inner.finite_difference_pass = True
+        try:
+            super().backward(*args, **kwargs)
+        finally:
+            self.inner.finite_difference_pass = False
+
+
+def record_losses(engine):
+    losses = []
+    original = engine.inner.get_loss
+
+    def get_loss(batch):
+        loss, loss_dict = original(batch)
+        losses.append(loss_dict["loss"])
+        return loss, loss_dict
+    engine.inner.get_loss = get_loss
+    return losses
+
+
+def equivalence_check(device, batch_size, iterations):
+    results = {}
+    for name, classes in (("optimised", (Inner, Outer)),
+                          ("straightforward", (StraightforwardInner, StraightforwardOuter))):
+        train_loader = [random_batch(batch_size, device, seed=s) for s in (1, 2, 3, 4)]
+        meta_loader = [random_batch(batch_size, device, seed=s) for s in (5, 6)]
+        engine = engine_step(device, train_loader, meta_loader, hypergrad="darts",
+                             inner_class=classes[0], outer_class=classes[1],
+                             channels_last=name == "optimised" and device == "cuda",
+                             meta_lr=1e-3, seed=0)
+        losses = record_losses(engine)
+        step = engine_iteration(engine)
+        for _ in range(iterations):
+            step()
+        theta = torch.cat([p.detach().flatten().cpu() for p in engine.outer.module.parameters()])
+        results[name] = (torch.tensor(losses), theta)
+
+    (loss_a, theta_a), (loss_b, theta_b) = results["optimised"], results["straightforward"]
+    theta_start = torch.cat([p.detach().flatten() for p in _initial_theta()])
+    loss_diff = (loss_a - loss_b).abs().max().item()
+    theta_diff = (theta_a - theta_b).abs().max().item()
+    theta_moved = (theta_b - theta_start).abs().max().item()
+    passed = torch.allclose(loss_a, loss_b, rtol=1e-4, atol=1e-5) and \
+        torch.allclose(theta_a, theta_b, rtol=1e-4, atol=1e-6)
+    return {"iterations": iterations, "max_loss_difference": loss_diff,
+            "max_theta_difference": theta_diff, "max_theta_change_from_start": theta_moved,
+            "final_loss": loss_a[-1].item(), "tolerance": "rtol 1e-4, atol 1e-5 (loss) "
+            "and 1e-6 (theta)", "passed": passed}
+
+
+def _initial_theta():
+    # engine_step seeds 0, builds ResNet32, then the weighting net: replay that order.
+    torch.manual_seed(0)
+    ResNet32(10)
+    return list(WeightingNet().parameters())
+
+
+# ---------------------------------------------------------------------------
+# Timing
+# ---------------------------------------------------------------------------
+
+
+def time_variants(variants, device, rounds, iters):
+    for step in variants.values():  # warm-up: allocator, cudnn autotuning, lazy init
+        step()
+        step()
+    timings = {name: [] for name in variants}
+    for _ in range(rounds):
+        for name, step in variants.items():
+            synchronize(device)
+            start = time.perf_counter()
+            for _ in range(iters):
+                step()
+            synchronize(device)
+            timings[name].append((time.perf_counter() - start) / iters)
+    return {name: statistics.median(values) for name, values in timings.items()}
+
+
+def main_run_peak_memory(data_root, device):
+    """Peak resident memory (MiB) of a 20-iteration main.py run on CIFAR-10."""
+    with tempfile.TemporaryDirectory() as output_dir:
+        command = [sys.executable, os.path.join(REPO_ROOT, "main.py"), "--data_root", data_root,
+                   "--imbalanced_factor", "100", "--train_iters", "20", "--valid_step", "20",
+                   "--log_step", "20", "--lr_milestones", "10", "15", "--device", device,
+                   "--output_dir", os.path.join(output_dir, "run")]
+        subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    logging.getLogger("betty").setLevel(logging.WARNING)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print("error: --device cuda was given but CUDA is not available", file=sys.stderr)
+        return 2
+    if args.device == "cuda":
+        torch.backends.cudnn.benchmark = True
+    device = args.device
+
+    train_batches = [random_batch(args.batch_size, device, seed=1)]
+    meta_batches = [random_batch(args.batch_size, device, seed=2)]
+    variants = {
+        "(a) plain SGD step": plain_step(device, args.batch_size),
+        "(b) baseline via Betty": engine_iteration(
+            engine_step(device, train_batches, meta_batches)),
+    }
+    for method in args.methods:
+        variants[f"(c) reweighting, {method}"] = engine_iteration(
+            engine_step(device, train_batches, meta_batches, hypergrad=method))
+    if args.data_root:
+        train_loader, meta_loader = real_data_loaders(args.data_root, device, args.batch_size)
+        variants["(d) darts, real CIFAR-10 batches"] = engine_iteration(
+            engine_step(device, train_loader, meta_loader, hypergrad="darts"))
+
+    print(f"Timing on {device} ({torch.get_num_threads()} threads), batch {args.batch_size}, "
+          f"{args.rounds} rounds x {args.iters} iterations...", flush=True)
+    medians = time_variants(variants, device, args.rounds, args.iters)
+    reference = medians["(a) plain SGD step"]
+
+    report = {"device": device, "threads": torch.get_num_threads(),
+              "torch": torch.__version__, "batch_size": args.batch_size,
+              "rounds": args.rounds, "iters_per_round": args.iters, "variants": {}}
+    print(f"\n{'variant':<36} {'s/iter':>8} {'x plain':>8}")
+    for name, seconds in medians.items():
+        report["variants"][name] = {"seconds_per_iter": seconds, "ratio_to_plain": seconds / reference}
+        print(f"{name:<36} {seconds:>8.4f} {seconds / reference:>8.2f}")
+    if args.data_root:
+        ratio = medians["(d) darts, real CIFAR-10 batches"] / medians.get(
+            "(c) reweighting, darts", float("nan"))
+        report["real_data_over_random_tensors"] = ratio
+        print(f"data loading and augmentation overhead, (d) / (c darts): {ratio:.3f}")
+        peak = main_run_peak_memory(args.data_root, device)
+        report["main_run_peak_rss_mib"] = peak
+        print(f"peak resident memory of a 20-iteration main.py CIFAR-10 run: {peak:.0f} MiB")
+    if device == "cuda":
+        report["peak_cuda_allocated_mib"] = torch.cuda.max_memory_allocated() / 2**20
+        print(f"peak CUDA memory allocated here: {report['peak_cuda_allocated_mib']:.0f} MiB")
+
+    if args.check_iters:
+        print(f"\nEquivalence check, {args.check_iters} darts iterations on {device}...", flush=True)
+        check = equivalence_check(device, args.batch_size, args.check_iters)
+        report["equivalence_check"] = check
+        print(f"max |loss difference| {check['max_loss_difference']:.3g}, max |theta "
+              f"difference| {check['max_theta_difference']:.3g} (theta moved up to "
+              f"{check['max_theta_change_from_start']:.3g}): "
+              f"{'PASSED' if check['passed'] else 'FAILED'} ({check['tolerance']})")
+
+    print("\n" + json.dumps(report, indent=2))
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump(report, handle, indent=2)
+    return 0 if report.get("equivalence_check", {}).get("passed", True) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
