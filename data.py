@@ -240,11 +240,6 @@ def download_torchvision(dataset, data_root):
     return locate_data(dataset, data_root)
 
 
-def _decode_image(path):
-    with Image.open(path) as image:
-        return np.asarray(image.convert("RGB"))
-
-
 def _decode_folder(split_dir, class_names):
     paths, labels = [], []
     for label, name in enumerate(class_names):
@@ -252,11 +247,29 @@ def _decode_folder(split_dir, class_names):
         for file_name in _list_images(folder):
             paths.append(os.path.join(folder, file_name))
             labels.append(label)
-    # Pillow releases the GIL while it decodes, so threads use every core.
+
+    # Decode straight into one preallocated (N, 32, 32, 3) array: no per-image copies to
+    # stack, which would double the peak memory. Pillow releases the GIL while it
+    # decodes, so the threads use every core.
+    images = np.empty((len(paths), 32, 32, 3), dtype=np.uint8)
+
+    def decode(index):
+        with Image.open(paths[index]) as image:
+            pixels = np.asarray(image.convert("RGB"))
+        if pixels.shape != (32, 32, 3):
+            raise DataError(f"{paths[index]!r} is {pixels.shape[1]}x{pixels.shape[0]} pixels; "
+                            f"CIFAR images must be 32x32")
+        images[index] = pixels
+
     with ThreadPoolExecutor(max_workers=os.cpu_count()) as pool:
-        images = np.stack(list(pool.map(_decode_image, paths, chunksize=256)))
-    images = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()  # (N, 3, 32, 32)
-    return images, torch.tensor(labels, dtype=torch.long)
+        for _ in pool.map(decode, range(len(paths)), chunksize=256):
+            pass
+    return _as_tensor(images), torch.tensor(labels, dtype=torch.long)
+
+
+def _as_tensor(images):
+    """View (N, 32, 32, 3) uint8 pixels as (N, 3, 32, 32) in channels_last order, no copy."""
+    return torch.from_numpy(images).permute(0, 3, 1, 2)
 
 
 def _read_torchvision(dataset, root, train):
@@ -265,8 +278,7 @@ def _read_torchvision(dataset, root, train):
     dataset_class = {"cifar10": torchvision.datasets.CIFAR10,
                      "cifar100": torchvision.datasets.CIFAR100}[dataset]
     data = dataset_class(root, train=train, download=False)
-    images = torch.from_numpy(np.ascontiguousarray(data.data)).permute(0, 3, 1, 2)
-    return images.contiguous(), torch.tensor(data.targets, dtype=torch.long)
+    return _as_tensor(np.ascontiguousarray(data.data)), torch.tensor(data.targets, dtype=torch.long)
 
 
 def read_class_names_torchvision(dataset, root):
@@ -277,7 +289,10 @@ def read_class_names_torchvision(dataset, root):
 
 
 def load_images(dataset, source):
-    """Decode both splits into uint8 tensors of shape (N, 3, 32, 32), with int64 labels."""
+    """Decode both splits into uint8 tensors of shape (N, 3, 32, 32), with int64 labels.
+
+    The tensors are in channels_last memory order, as the classifier consumes them.
+    """
     if source.kind == "folder":
         train = _decode_folder(os.path.join(source.root, "train"), source.class_names)
         test = _decode_folder(os.path.join(source.root, "test"), source.class_names)
@@ -389,7 +404,7 @@ class Data:
 
 def build_dataloader(dataset, source, batch_size, num_meta, imbalanced_factor=None,
                      corruption_type=None, corruption_ratio=0.0, shuffle_counts=True,
-                     seed=0, device="cpu", test_batch_size=500):
+                     seed=0, device="cpu", test_batch_size=200):
     """Decode the data and return the train, meta and test loaders with the split.
 
     The meta loader augments like the train loader, as in the original Meta-Weight-Net

@@ -130,6 +130,8 @@ def build_parser():
                        help="default: cuda when available, else cpu")
     group.add_argument("--fp16", action="store_true",
                        help="float16 autocast with loss scaling (CUDA only)")
+    group.add_argument("--bf16", action="store_true",
+                       help="bfloat16 autocast, no loss scaling (CUDA only)")
     group.add_argument("--distributed", action="store_true",
                        help="data-parallel training on several GPUs; run under torchrun")
 
@@ -193,8 +195,11 @@ def check_args(args, cuda_available):
     if args.device == "cuda" and not cuda_available:
         raise UsageError("--device cuda was given but CUDA is not available; use "
                          "--device cpu")
-    if args.fp16 and not cuda_available:
-        raise UsageError("--fp16 needs CUDA, which is not available; drop --fp16")
+    if args.fp16 and args.bf16:
+        raise UsageError("--fp16 and --bf16 were both given; pass one")
+    for flag in ("fp16", "bf16"):
+        if getattr(args, flag) and not cuda_available:
+            raise UsageError(f"--{flag} needs CUDA, which is not available; drop --{flag}")
     if args.distributed and int(os.environ.get("WORLD_SIZE", "1")) < 2:
         raise UsageError("--distributed needs a distributed launcher with 2 or more "
                          "processes, for example: torchrun --nproc_per_node 2 main.py ...")
@@ -247,7 +252,7 @@ def resolve_device(args, cuda_available):
 def default_output_dir(args):
     setting = f"if{args.imbalanced_factor:g}" if args.imbalanced_factor else "balanced"
     if args.corruption_type:
-        setting += f"_{args.corruption_type}{args.corruption_ratio:g}"
+        setting += f"_{args.corruption_type}_r{args.corruption_ratio:g}"
     method = "baseline" if args.baseline else "reweight"
     stamp = time.strftime("%Y%m%d-%H%M%S")
     name = f"{args.dataset}_{setting}_{method}_seed{args.seed}_{stamp}"
@@ -306,6 +311,9 @@ class Outer(ImplicitProblem):
         images, labels = batch[0], batch[1]
         logits = self.inner(images)
         loss = F.cross_entropy(logits, labels)
+        if self.log_step <= 0 or self.count % self.log_step:
+            return loss
+        # Only on logged steps: .item() waits for the GPU.
         meta_acc = (logits.argmax(1) == labels).float().mean().item() * 100
         return {"loss": loss, "meta_acc": meta_acc}
 
@@ -538,11 +546,11 @@ def hypergradient_config(args):
 
 
 def build_problems(args, num_classes, data_bundle, device):
-    precision = "fp16" if args.fp16 else "fp32"
+    precision = "fp16" if args.fp16 else "bf16" if args.bf16 else "fp32"
 
-    classifier = ResNet32(num_classes)
-    if device == "cuda":
-        classifier = classifier.to(memory_format=torch.channels_last)
+    # channels_last: NHWC convolutions, faster on CPU (oneDNN) and GPU (cuDNN); see
+    # BENCHMARKS.md. The loaders emit channels_last batches to match.
+    classifier = ResNet32(num_classes).to(memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(classifier.parameters(), lr=args.lr, momentum=args.momentum,
                                 dampening=args.dampening, weight_decay=args.weight_decay,
                                 nesterov=args.nesterov)
@@ -587,6 +595,11 @@ def write_results(engine, run, wall_time):
         "corruption_type": args.corruption_type,
         "corruption_ratio": args.corruption_ratio,
         "hypergrad": None if args.baseline else args.hypergrad,
+        "unroll_steps": None if args.baseline else args.unroll_steps,
+        "meta_lr": None if args.baseline else args.meta_lr,
+        "meta_weight_decay": None if args.baseline else args.meta_weight_decay,
+        "lr": args.lr,
+        "batch_size": args.batch_size,
         "seed": args.seed,
         "train_iters": args.train_iters,
         "iterations": engine.global_step,

@@ -303,13 +303,33 @@ def plot_test_accuracy(run, partner):
 
 
 def plot_per_class_accuracy(run, partner):
-    """Plot the final per-class test accuracy against training images per class."""
+    """Plot the final per-class test accuracy against training images per class.
+
+    When every class has the same count (a balanced run), a scatter plot would stack all
+    points at one x, so the figure shows one bar per class instead.
+    """
     names = list(run.results["per_class_acc"])
     counts = [run.results["num_per_class"][name] for name in names]
-    figure, axes = plt.subplots(figsize=(6.4, 4.6))
-
     runs = [run] if partner is None else sorted(
         [run, partner], key=lambda item: item.method != "reweighting")
+    figure, axes = plt.subplots(figsize=(6.4, 4.6))
+
+    if len(set(counts)) == 1:
+        draw_per_class_bars(axes, runs, names, counts[0])
+    else:
+        draw_per_class_scatter(axes, run, runs, names, counts)
+
+    axes.set_ylabel("final test accuracy of the class (%)")
+    axes.set_ylim(-5, 105)
+    iteration = run.metrics[-1]["iteration"]
+    setting = describe_setting(run.results, with_method=partner is None)
+    axes.set_title(f"Per-class test accuracy at iteration {iteration}\n{setting}",
+                   fontsize=11)
+    axes.legend()
+    return save_figure(figure, run.path, "per_class_accuracy.png")
+
+
+def draw_per_class_scatter(axes, run, runs, names, counts):
     for item, (marker, fill) in zip(runs, (("o", True), ("s", False))):
         accuracies = [item.results["per_class_acc"].get(name) for name in names]
         points = [(count, accuracy) for count, accuracy in zip(counts, accuracies)
@@ -332,15 +352,25 @@ def plot_per_class_accuracy(run, partner):
     axes.xaxis.set_major_formatter(ticker.FuncFormatter(lambda value, _: f"{value:g}"))
     axes.xaxis.set_minor_formatter(ticker.NullFormatter())
     axes.set_xlabel("training images of the class (log scale)")
-    axes.set_ylabel("final test accuracy of the class (%)")
-    axes.set_ylim(-5, 105)
-    iteration = run.metrics[-1]["iteration"]
-    setting = describe_setting(run.results, with_method=partner is None)
-    axes.set_title(f"Per-class test accuracy at iteration {iteration}\n{setting}",
-                   fontsize=11)
     axes.grid(alpha=0.3, which="both")
-    axes.legend()
-    return save_figure(figure, run.path, "per_class_accuracy.png")
+
+
+def draw_per_class_bars(axes, runs, names, count):
+    width = 0.8 / len(runs)
+    for offset, item in enumerate(runs):
+        accuracies = [item.results["per_class_acc"].get(name, 0.0) for name in names]
+        positions = [index + (offset - (len(runs) - 1) / 2) * width
+                     for index in range(len(names))]
+        axes.bar(positions, accuracies, width=width, label=METHOD_LABELS[item.method],
+                 zorder=3)
+
+    if len(names) <= 10:
+        axes.set_xticks(range(len(names)))
+        axes.set_xticklabels(names, rotation=30, ha="right")
+        axes.set_xlabel(f"class (each has {count} training images)")
+    else:
+        axes.set_xlabel(f"class label (each class has {count} training images)")
+    axes.grid(alpha=0.3, axis="y")
 
 
 def plot_weight_distribution(run):
@@ -360,6 +390,8 @@ def plot_weight_distribution(run):
         hist_axes.stairs(fractions, edges, color=color, linewidth=1.5,
                          label=f"{group} labels (n={count}, mean {mean:.3f})")
     hist_axes.set_xlim(edges[0], edges[-1])
+    # Headroom above the highest bar for the legend.
+    hist_axes.set_ylim(0, 1.3 * hist_axes.get_ylim()[1])
     hist_axes.set_xlabel("weight w(L) of a training sample")
     hist_axes.set_ylabel("fraction of the group's samples")
     hist_axes.set_title(f"Weights at iteration {last['iteration']}", fontsize=11)

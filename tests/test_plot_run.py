@@ -16,9 +16,11 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 MATPLOTLIB_REASON = "matplotlib is not installed; pip install -e '.[plots]' to test the figures"
 
 # Three validations (iterations 1, 2, 3), so w(loss) has a first, middle and last curve.
-RUN_FLAGS = ["--imbalanced_factor", "10", "--num_meta", "50", "--batch_size", "10",
-             "--train_iters", "3", "--valid_step", "1", "--log_step", "3",
-             "--lr_milestones", "2", "--device", "cpu"]
+RUN_FLAGS = ["--num_meta", "50", "--batch_size", "10", "--train_iters", "3",
+             "--valid_step", "1", "--log_step", "3", "--lr_milestones", "2",
+             "--device", "cpu"]
+IMBALANCE_FLAGS = ["--imbalanced_factor", "10"]
+# Balanced, so per_class_accuracy.png takes its bar-chart path.
 NOISE_FLAGS = ["--corruption_type", "uniform", "--corruption_ratio", "0.4"]
 
 
@@ -30,11 +32,11 @@ def subprocess_env(tmp_path):
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, tiny_cifar10):
-    """Finished tiny runs: reweighting and baseline as siblings, and a noisy reweighting run."""
+    """Finished tiny runs: imbalanced reweighting and baseline siblings, a noisy one."""
     root = tmp_path_factory.mktemp("plot_runs")
     layout = {
-        "reweight": (root / "imbalanced" / "reweight", []),
-        "baseline": (root / "imbalanced" / "baseline", ["--baseline"]),
+        "reweight": (root / "imbalanced" / "reweight", IMBALANCE_FLAGS),
+        "baseline": (root / "imbalanced" / "baseline", [*IMBALANCE_FLAGS, "--baseline"]),
         "noisy": (root / "noisy" / "reweight", NOISE_FLAGS),
     }
     env = subprocess_env(root)
@@ -138,6 +140,31 @@ def test_noisy_run_figures(runs, tmp_path):
     ]
     for name in names:
         assert_valid_png(run_dir / name)
+    results = json.loads((run_dir / "results.json").read_text())
+    assert len(set(results["num_per_class"].values())) == 1
+
+
+def test_noisy_baseline_skips_weights(runs, tmp_path):
+    pytest.importorskip("matplotlib", reason=MATPLOTLIB_REASON)
+    # The files of a noisy baseline run: a noisy run's files without weights.jsonl and
+    # with method "baseline" in results.json.
+    run_dir = copy_run(runs["noisy"], tmp_path / "noisy" / "baseline")
+    os.remove(run_dir / "weights.jsonl")
+    results = json.loads((run_dir / "results.json").read_text())
+    results["method"] = "baseline"
+    (run_dir / "results.json").write_text(json.dumps(results))
+
+    result = plot(run_dir, env_root=tmp_path)
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[1:] == [
+        "skipped weight_function.png: a baseline run has no weighting net",
+        "skipped weight_distribution.png: a baseline run records no sample weights",
+        str(run_dir / "test_accuracy.png"),
+        str(run_dir / "per_class_accuracy.png"),
+    ]
+    assert sorted(name for name in os.listdir(run_dir) if name.endswith(".png")) == [
+        "per_class_accuracy.png", "test_accuracy.png"]
 
 
 def test_explicit_baseline_dir(runs, tmp_path):

@@ -118,7 +118,7 @@ def test_summary_groups_by_budget(tmp_path, capsys):
     assert [cells[2] for cells in table_rows(stdout)] == ["100", "10000"]
 
 
-def test_summary_groups_by_setting_method_hypergrad(tmp_path, capsys):
+def test_summary_groups_by_setting_and_method(tmp_path, capsys):
     runs = tmp_path / "runs"
     write_result(runs, "if100_darts", imbalanced_factor=100.0)
     # An int factor from another writer groups with the float 100.0.

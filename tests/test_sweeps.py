@@ -16,7 +16,7 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SWEEP_IMBALANCE = os.path.join(REPO_ROOT, "scripts", "sweep_imbalance.sh")
 SWEEP_NOISE = os.path.join(REPO_ROOT, "scripts", "sweep_noise.sh")
 
-# main.py flags for a 2-iteration run on 20 training images per class; --save_step 2
+# main.py flags for a 2-iteration run on 20 training images per class. --save_step 2
 # leaves a checkpoint.pt that a restarted sweep can resume from.
 TINY_RUN_FLAGS = ["--num_meta", "20", "--batch_size", "10", "--valid_step", "2",
                   "--lr_milestones", "1", "2", "--save_step", "2"]
@@ -109,8 +109,7 @@ def test_imbalance_sweep_rerun_changes_nothing(imbalance_runs, tiny_cifar10):
     assert file_states(runs_dir) == before
 
 
-def test_imbalance_sweep_resumes_restarts_and_survives_failure(imbalance_runs, tiny_cifar10,
-                                                               tmp_path):
+def test_sweep_resumes_and_reports_failure(imbalance_runs, tiny_cifar10, tmp_path):
     source_dir, first = imbalance_runs
     assert first.returncode == 0, first.stdout + first.stderr
     runs_dir = tmp_path / "runs"
@@ -123,7 +122,7 @@ def test_imbalance_sweep_resumes_restarts_and_survives_failure(imbalance_runs, t
     (stale / "metrics.jsonl").write_text("{}\n")
     untouched = file_states(runs_dir / "cifar10_if1_iters2_baseline_seed1")
 
-    # Factor 0.5 comes first and main.py rejects it; the runs after it must still run.
+    # Factor 0.5 comes first and main.py rejects it. The runs after it must still run.
     completed = imbalance_sweep(runs_dir, tiny_cifar10, "--factors", "0.5 10 1",
                                 "--methods", "baseline")
 
@@ -142,10 +141,10 @@ def test_imbalance_sweep_resumes_restarts_and_survives_failure(imbalance_runs, t
     assert file_states(runs_dir / "cifar10_if1_iters2_baseline_seed1") == untouched
 
 
-def test_noise_sweep_sets_noise_and_meta_optimizer(tmp_path, tiny_cifar10):
+def test_noise_sweep_passes_noise_flags(tmp_path, tiny_cifar10):
     runs_dir = tmp_path / "runs"
 
-    # --meta_weight_decay after -- overrides the sweep's 1e-4; --meta_lr keeps 1e-3.
+    # --meta_weight_decay after -- overrides the sweep's 1e-4, and --meta_lr keeps 1e-3.
     completed = run_sweep(
         SWEEP_NOISE, "--runs_dir", runs_dir, "--data_root", tiny_cifar10, "--device", "cpu",
         "--settings", "uniform:0.40", "--seeds", "3", "--methods", "reweight",
