@@ -157,13 +157,13 @@ def make_split(labels, num_classes, num_meta, imbalanced_factor=None, corruption
 @dataclass
 class Source:
     kind: str  # "folder" or "torchvision"
-    root: str  # the folder that holds train/ and test/, or the torchvision root
+    root: str  # the folder that contains train/ and test/, or the torchvision root
     class_names: list
     train_per_class: list  # training images per class, counted without decoding
 
 
 def _folder_root(data_root):
-    """Return data_root, or its only subfolder, if it holds train/ and test/ folders."""
+    """Return data_root, or its only subfolder, if it contains train/ and test/ folders."""
     candidates = [data_root] + sorted(
         os.path.join(data_root, name) for name in os.listdir(data_root)
         if os.path.isdir(os.path.join(data_root, name))
@@ -183,12 +183,12 @@ def _list_images(folder):
 def locate_data(dataset, data_root):
     """Find the data under data_root without decoding it; raise DataError if there is none.
 
-    Returns a Source, or None when data_root holds neither layout (the caller may then
+    Returns a Source, or None when data_root contains neither layout (the caller may then
     download with torchvision).
     """
     if not os.path.isdir(data_root):
         raise DataError(
-            f"--data_root {data_root!r} is not a directory; pass the folder that holds "
+            f"--data_root {data_root!r} is not a directory; pass the folder that contains "
             f"train/<class>/ and test/<class>/ images (for example an unpacked "
             f"cifar10-jpg.tar.gz) or torchvision's {TORCHVISION_DIRS[dataset]}/"
         )

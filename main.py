@@ -61,7 +61,7 @@ def build_parser():
                             "single subfolder holding them), or torchvision's CIFAR files; "
                             f"default {DEFAULT_DATA_ROOT}, where torchvision may download")
     group.add_argument("--download", action="store_true",
-                       help="let torchvision download CIFAR into --data_root when it holds "
+                       help="let torchvision download CIFAR into --data_root when it contains "
                             "neither layout")
     group.add_argument("--imbalanced_factor", type=float, default=None,
                        help="ratio of the largest to the smallest class count in the "
@@ -632,7 +632,7 @@ def prepare(args):
         source = data.download_torchvision(args.dataset, data_root)
     if source is None:
         raise data.DataError(
-            f"--data_root {data_root!r} holds neither train/<class>/ and test/<class>/ "
+            f"--data_root {data_root!r} contains neither train/<class>/ and test/<class>/ "
             f"image folders nor torchvision's {data.TORCHVISION_DIRS[args.dataset]}/; "
             f"unpack the data there or add --download"
         )

@@ -56,7 +56,7 @@ def prepare_output_dir(output_dir, resume, overwrite):
                 os.remove(path)
     elif found:
         raise OutputDirError(
-            f"--output_dir {output_dir!r} already holds a run ({', '.join(found)}); pass "
+            f"--output_dir {output_dir!r} already contains a run ({', '.join(found)}); pass "
             f"--resume to continue it, --overwrite to replace it, or choose another directory"
         )
     os.makedirs(output_dir, exist_ok=True)
@@ -111,7 +111,7 @@ def save_checkpoint(path, state):
 
 
 def load_checkpoint(path):
-    # weights_only=True: the checkpoint holds tensors and plain Python containers only.
+    # weights_only=True: the checkpoint contains tensors and plain Python containers only.
     return torch.load(path, map_location="cpu", weights_only=True)
 
 

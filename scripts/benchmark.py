@@ -12,6 +12,8 @@ round by round so that machine drift affects each of them alike:
   (c) <method>   a reweighting iteration with each hypergradient method
   (d) real data  a darts iteration on real CIFAR-10 batches from the product's loaders,
                  with augmentation (needs --data_root)
+  (a0), (c0)     the starting point: (a) and a darts iteration with the problems written
+                 plainly, both in the default NCHW memory layout
 
 The table gives the median seconds per iteration and the ratio to (a). The peak
 resident memory is that of a short `main.py` run on CIFAR-10 in a subprocess (needs
@@ -101,10 +103,12 @@ def sgd(classifier):
 # ---------------------------------------------------------------------------
 
 
-def plain_step(device, batch_size):
-    classifier = make_classifier(device, channels_last=True).to(device)
+def plain_step(device, batch_size, channels_last=True):
+    classifier = make_classifier(device, channels_last).to(device)
     optimizer = sgd(classifier)
     images, labels = random_batch(batch_size, device, seed=0)
+    if not channels_last:
+        images = images.contiguous()
 
     def step():
         loss = F.cross_entropy(classifier(images), labels)
@@ -152,7 +156,7 @@ def engine_iteration(engine):
 def real_data_loaders(data_root, device, batch_size):
     source = data.locate_data("cifar10", data_root)
     if source is None:
-        raise SystemExit(f"error: --data_root {data_root!r} holds no train/ and test/ folders")
+        raise SystemExit(f"error: --data_root {data_root!r} contains no train/ and test/ folders")
     bundle = data.build_dataloader("cifar10", source, batch_size, 1000, imbalanced_factor=100,
                                    seed=1, device=device)
     return bundle.train_loader, bundle.meta_loader
@@ -291,6 +295,10 @@ def main(argv=None):
         torch.backends.cudnn.benchmark = True
     device = args.device
 
+    # First, while this process is small: a child's peak RSS counts the memory it shares
+    # with its parent between fork and exec, so a large parent would inflate it.
+    peak = main_run_peak_memory(args.data_root, device) if args.data_root else None
+
     train_batches = [random_batch(args.batch_size, device, seed=1)]
     meta_batches = [random_batch(args.batch_size, device, seed=2)]
     variants = {
@@ -302,6 +310,15 @@ def main(argv=None):
         tag = f" {SECOND_ORDER_TAG}" if method in ("neumann", "cg") else ""
         variants[f"(c) reweighting, {method}{tag}"] = engine_iteration(
             engine_step(device, train_batches, meta_batches, hypergrad=method))
+    # The starting point, for BENCHMARKS.md: default memory layout and the problems
+    # written plainly (the classifier builds its graph in the finite-difference passes).
+    variants["(a0) plain SGD step, NCHW layout"] = plain_step(device, args.batch_size,
+                                                              channels_last=False)
+    contiguous_batches = [(train_batches[0][0].contiguous(), train_batches[0][1])]
+    variants["(c0) darts, plain definitions, NCHW"] = engine_iteration(engine_step(
+        device, contiguous_batches, [(meta_batches[0][0].contiguous(), meta_batches[0][1])],
+        hypergrad="darts", inner_class=StraightforwardInner, outer_class=StraightforwardOuter,
+        channels_last=False))
     if args.data_root:
         train_loader, meta_loader = real_data_loaders(args.data_root, device, args.batch_size)
         variants["(d) darts, real CIFAR-10 batches"] = engine_iteration(
@@ -324,9 +341,8 @@ def main(argv=None):
             "(c) reweighting, darts", float("nan"))
         report["real_data_over_random_tensors"] = ratio
         print(f"data loading and augmentation overhead, (d) / (c darts): {ratio:.3f}")
-        peak = main_run_peak_memory(args.data_root, device)
-        report["main_run_peak_rss_mib"] = peak
         print(f"peak resident memory of a 20-iteration main.py CIFAR-10 run: {peak:.0f} MiB")
+        report["main_run_peak_rss_mib"] = peak
     if device == "cuda":
         report["peak_cuda_allocated_mib"] = torch.cuda.max_memory_allocated() / 2**20
         print(f"peak CUDA memory allocated here: {report['peak_cuda_allocated_mib']:.0f} MiB")

@@ -66,7 +66,7 @@ def test_data_root_without_layout(tmp_path, capsys):
     empty.mkdir()
     assert main.main(["--data_root", str(empty), "--output_dir", str(tmp_path / "r")]) == 2
     error = capsys.readouterr().err
-    assert "holds neither train/<class>/ and test/<class>/" in error
+    assert "contains neither train/<class>/ and test/<class>/" in error
     assert "--download" in error
     assert os.listdir(empty) == []
 

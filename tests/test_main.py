@@ -132,7 +132,7 @@ def test_existing_run_is_not_overwritten(tiny_cifar10, tmp_path, capsys):
 
     assert run_main(tiny_cifar10, output_dir, "--train_iters", "1") == 2
     error = capsys.readouterr().err
-    assert "already holds a run" in error and "--overwrite" in error
+    assert "already contains a run" in error and "--overwrite" in error
     assert (output_dir / "results.json").read_bytes() == before
 
     (output_dir / "notes.txt").write_text("mine")
@@ -182,3 +182,12 @@ def test_real_cifar10_subset(real_cifar_subset, tmp_path):
         [50, 38, 29, 23, 17, 13, 10, 8, 6, 5]
     assert results["num_meta"] == 100
     assert results["iterations"] == 4
+
+
+def test_tensorboard_events_in_output_dir(tiny_cifar10, tmp_path, monkeypatch):
+    pytest.importorskip("tensorboard", reason="--tensorboard needs the tensorboard package")
+    monkeypatch.chdir(tmp_path)
+    output_dir = tmp_path / "run"
+    assert run_main(tiny_cifar10, output_dir, "--train_iters", "3", "--tensorboard") == 0
+    assert list((output_dir / "tensorboard").glob("events.out.tfevents.*"))
+    assert not (tmp_path / "betty_tensorboard").exists()
