@@ -576,6 +576,8 @@ def build_problems(args, num_classes, data_bundle, device):
 
 
 def engine_config(args, device):
+    # NOTE: --distributed, --fp16 and --bf16 map onto Betty's strategy and precision
+    # settings but have not been run here: the test machines have no GPU.
     if args.distributed:
         strategy = "distributed"
     else:

@@ -166,6 +166,10 @@ def training_set_weights(model, weighting_net, loader):
 
     Each weight is w(L_i) with L_i the cross-entropy of the sample's (possibly noisy)
     training label, computed without augmentation.
+
+    NOTE: this is a forward pass over the whole training subset at every validation of a
+    noisy run: cheap on a GPU, but about a minute per validation for 49,000 images on a
+    2-core CPU, so CPU runs with label noise want a large --valid_step.
     """
     weights = torch.empty(len(loader.labels), device=loader.labels.device)
     for start in range(0, len(loader.labels), 500):

@@ -19,10 +19,10 @@ The table gives the median seconds per iteration and the ratio to (a). The peak
 resident memory is that of a short `main.py` run on CIFAR-10 in a subprocess (needs
 --data_root), and on CUDA the peak allocated memory of this process.
 
-The equivalence check steps the product's problems and plain Betty problem definitions
-of the same objective (classifier forward with an autograd graph everywhere, no state
-restore) side by side for 20 iterations, each from the same state, and compares the
-training losses and the weighting-net parameters after every iteration.
+The equivalence check compares the product's problems with plain Betty problem
+definitions of the same objective, which build the classifier's graph everywhere and
+restore nothing. It steps both for 20 iterations, each from the same state, and compares
+the training losses and the weighting-net parameters after every iteration.
 """
 
 import argparse

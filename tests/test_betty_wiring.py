@@ -99,8 +99,10 @@ def test_outer_steps_once_per_unroll(unroll_steps):
 
 def test_wiring_names_and_leaves():
     engine, inner, outer = build()
-    assert engine.inner is inner and engine.outer is outer
-    assert inner.outer is outer and outer.inner is inner
+    assert engine.inner is inner
+    assert engine.outer is outer
+    assert inner.outer is outer
+    assert outer.inner is inner
     assert engine.leaves == [inner]
     assert [[p.name for p in path] for path in outer.paths] == [["outer", "inner", "outer"]]
 

@@ -45,11 +45,13 @@ def test_bad_flag_exits_2(tiny_cifar10, tmp_path, capsys, flags, message):
                      ["--data_root", tiny_cifar10, "--output_dir", str(output_dir), *flags])
     error = capsys.readouterr().err
     assert code == 2
-    assert error.count("\n") == 1 and error.startswith("error: ")
+    assert error.count("\n") == 1
+    assert error.startswith("error: ")
     if message is not None:
         assert message in error
     else:
-        assert "no checkpoint.pt" in error and "--save_step" in error
+        assert "no checkpoint.pt" in error
+        assert "--save_step" in error
     assert not output_dir.exists()
 
 
@@ -111,7 +113,8 @@ def test_help_describes_every_flag():
         if action.dest != "help":
             assert action.help, f"--{action.dest} has no help text"
     text = parser.format_help()
-    assert "--imbalanced_factor" in text and "default: 0.1" in text
+    assert "--imbalanced_factor" in text
+    assert "default: 0.1" in text
 
 
 def test_nesterov_is_a_switch():

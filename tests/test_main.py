@@ -132,7 +132,8 @@ def test_existing_run_is_not_overwritten(tiny_cifar10, tmp_path, capsys):
 
     assert run_main(tiny_cifar10, output_dir, "--train_iters", "1") == 2
     error = capsys.readouterr().err
-    assert "already contains a run" in error and "--overwrite" in error
+    assert "already contains a run" in error
+    assert "--overwrite" in error
     assert (output_dir / "results.json").read_bytes() == before
 
     (output_dir / "notes.txt").write_text("mine")
