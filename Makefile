@@ -39,4 +39,4 @@ train: install data
 		--data_root "$(DATA_DIR)/cifar10-jpg" $(ARGS)
 
 test: install
-	$(VENV)/bin/python -m pytest
+	DATA_ARCHIVE="$(DATA_ARCHIVE)" $(VENV)/bin/python -m pytest

@@ -47,11 +47,20 @@ class UsageError(ValueError):
 # ---------------------------------------------------------------------------
 
 
+class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Show defaults, except None and False, whose meaning the help text gives."""
+
+    def _get_help_string(self, action):
+        if action.default in (None, False):
+            return action.help
+        return super()._get_help_string(action)
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         description="Meta-Weight-Net sample reweighting on Betty, for long-tailed and "
                     "noisy-label CIFAR-10/100.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsHelpFormatter,
     )
     group = parser.add_argument_group("data")
     group.add_argument("--dataset", choices=sorted(data.NUM_CLASSES), default="cifar10",
@@ -164,7 +173,8 @@ def check_args(args, cuda_available):
         missing = "--corruption_ratio" if args.corruption_type else "--corruption_type"
         raise UsageError(f"{given} was given without {missing}; pass both or neither")
     if args.corruption_ratio is not None and not 0 <= args.corruption_ratio <= 1:
-        raise UsageError(f"--corruption_ratio {args.corruption_ratio} is outside [0, 1]")
+        raise UsageError(f"--corruption_ratio {args.corruption_ratio} is outside [0, 1]; pass "
+                         f"a noise rate such as 0.4")
 
     num_classes = data.NUM_CLASSES[args.dataset]
     if args.num_meta <= 0 or args.num_meta % num_classes:
@@ -179,6 +189,21 @@ def check_args(args, cuda_available):
     for name, value in positive.items():
         if value < 1:
             raise UsageError(f"--{name} {value} must be a positive integer")
+    non_negative = {"lr": args.lr, "weight_decay": args.weight_decay, "meta_lr": args.meta_lr,
+                    "meta_weight_decay": args.meta_weight_decay}
+    for name, value in non_negative.items():
+        if not value >= 0:
+            raise UsageError(f"--{name} {value} is negative; use a value >= 0")
+    if not 0 <= args.momentum < 1:
+        raise UsageError(f"--momentum {args.momentum} is outside [0, 1); 0.9 is the default")
+    if not 0 <= args.dampening <= 1:
+        raise UsageError(f"--dampening {args.dampening} is outside [0, 1]; 0 is the default")
+    if args.hypergrad_alpha is not None and not args.hypergrad_alpha > 0:
+        raise UsageError(f"--hypergrad_alpha {args.hypergrad_alpha} must be above 0; omit it "
+                         f"for Betty's default")
+    if any(m < 1 for m in args.lr_milestones) or args.lr_milestones != sorted(args.lr_milestones):
+        raise UsageError(f"--lr_milestones {' '.join(map(str, args.lr_milestones))} must be "
+                         f"positive iterations in increasing order")
     if args.save_step < 0:
         raise UsageError(f"--save_step {args.save_step} must be 0 (off) or positive")
     if args.save_step % args.unroll_steps:
@@ -228,6 +253,10 @@ def check_counts(args, source):
                                not args.fixed_class_order,
                                _count_generator(args, source))
     empty = [name for name, n in zip(source.class_names, counts) if n < 1]
+    n_max = (sum(source.train_per_class) - args.num_meta) // num_classes
+    if empty and n_max < 1:
+        raise UsageError(f"--num_meta {args.num_meta} leaves no training image for any class; "
+                         f"use a smaller --num_meta")
     if empty:
         raise UsageError(f"--imbalanced_factor {args.imbalanced_factor:g} leaves no training "
                          f"image for {len(empty)} classes ({', '.join(empty)}); use a "
@@ -669,6 +698,21 @@ def check_resume_args(args):
                             for key in changed)
         raise UsageError(f"--resume with settings that differ from the saved run ({details}); "
                          f"repeat the original flags or start a new --output_dir")
+    done = utils.load_checkpoint(os.path.join(args.output_dir, "checkpoint.pt"))["iteration"]
+    if args.train_iters < done:
+        raise UsageError(f"--train_iters {args.train_iters} is below the {done} iterations the "
+                         f"checkpoint has done; pass --train_iters {done} or more")
+
+
+def record_resume(args, iteration):
+    """Update config.json: the new budget, and when and how the run was resumed."""
+    config_path = os.path.join(args.output_dir, "config.json")
+    with open(config_path) as handle:
+        config = json.load(handle)
+    config["args"]["train_iters"] = args.train_iters
+    config.setdefault("resumed", []).append({"iteration": iteration, "argv": sys.argv,
+                                             "time": time.strftime("%Y-%m-%d %H:%M:%S")})
+    utils.write_json(config_path, config)
 
 
 def main(argv=None):
@@ -703,13 +747,18 @@ def train(args, source, device, logger):
                          {"args": vars(args), "argv": sys.argv,
                           "versions": utils.environment_versions()})
 
+    logger.info(f"Output folder: {args.output_dir}")
     logger.info(f"Decoding {args.dataset} from {source.root} ({source.kind})")
     data_bundle = data.build_dataloader(
         args.dataset, source, args.batch_size, args.num_meta, args.imbalanced_factor,
         args.corruption_type, args.corruption_ratio or 0.0, not args.fixed_class_order,
         args.seed, device)
-    logger.info(f"Training images per class: {data_bundle.split.num_per_class}; "
+    counts = dict(zip(data_bundle.class_names, data_bundle.split.num_per_class))
+    logger.info(f"Training images per class: {counts}; "
                 f"meta set: {len(data_bundle.split.meta_indices)} images")
+    if min(args.lr_milestones) >= args.train_iters:
+        logger.warning(f"Every --lr_milestones value is >= --train_iters {args.train_iters}, so "
+                       f"the learning rate stays at {args.lr}; pass milestones within the budget")
 
     run = RunState(args, data_bundle, args.output_dir, num_classes)
     problems, dependencies = build_problems(args, num_classes, data_bundle, device)
@@ -721,6 +770,7 @@ def train(args, source, device, logger):
             problem.logger = tensorboard
     if checkpoint is not None:
         engine.load_checkpoint(checkpoint)
+        record_resume(args, engine.start_iteration)
         start -= checkpoint["elapsed_s"]
         logger.info(f"Resumed from {checkpoint_path} at iteration {engine.start_iteration}")
 

@@ -11,6 +11,10 @@
 
 SWEEP_REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 SWEEP_MAIN="$SWEEP_REPO_ROOT/main.py"
+# The repository's own environment (made by `make install`) unless PYTHON names another.
+if [[ -z "${PYTHON:-}" && -x "$SWEEP_REPO_ROOT/.venv/bin/python" ]]; then
+    PYTHON="$SWEEP_REPO_ROOT/.venv/bin/python"
+fi
 PYTHON="${PYTHON:-python}"
 
 # Options shared by both scripts, with their defaults.

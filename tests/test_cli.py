@@ -31,6 +31,14 @@ CASES = [
      "--imbalanced_factor 100 leaves no training image for 4 classes (class006, class007, "
      "class008, class009)"),
     (["--nesterov", "--momentum", "0"], "--nesterov needs --momentum above 0"),
+    (["--hypergrad_alpha", "0"], "--hypergrad_alpha 0.0 must be above 0"),
+    (["--lr", "-0.1"], "--lr -0.1 is negative"),
+    (["--weight_decay", "-1"], "--weight_decay -1.0 is negative"),
+    (["--momentum", "1.5"], "--momentum 1.5 is outside [0, 1)"),
+    (["--lr_milestones", "50", "20"], "--lr_milestones 50 20 must be positive iterations in "
+                                      "increasing order"),
+    # 20 images per class: 200 meta images leave none to train on, imbalanced or not.
+    (["--num_meta", "200"], "--num_meta 200 leaves no training image for any class"),
     (["--batch_size", "0"], "--batch_size 0 must be a positive integer"),
     (["--save_step", "3", "--unroll_steps", "2"], "--save_step 3 is not a multiple of"),
     (["--resume"], None),  # the output folder has no checkpoint; message checked below

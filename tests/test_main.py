@@ -12,7 +12,9 @@ import torch
 import main
 from conftest import REPO_ROOT
 
-ARCHIVE = os.path.join(os.path.dirname(REPO_ROOT), "shared", "data", "cifar10-jpg.tar.gz")
+# DATA_ARCHIVE, as `make test DATA_ARCHIVE=...` passes it, else the archive beside the checkout.
+ARCHIVE = os.environ.get("DATA_ARCHIVE") or os.path.join(
+    os.path.dirname(REPO_ROOT), "shared", "data", "cifar10-jpg.tar.gz")
 
 TINY_FLAGS = ["--num_meta", "50", "--batch_size", "10", "--valid_step", "3",
               "--log_step", "3", "--lr_milestones", "4", "5", "--device", "cpu"]
@@ -148,6 +150,20 @@ def test_resume_rejects_changed_settings(tiny_cifar10, tmp_path, capsys):
     assert run_main(tiny_cifar10, output_dir, "--train_iters", "6", "--save_step", "3",
                     "--resume", "--lr", "0.05") == 2
     assert "--lr 0.1 -> 0.05" in capsys.readouterr().err
+    assert run_main(tiny_cifar10, output_dir, "--train_iters", "2", "--save_step", "3",
+                    "--resume") == 2
+    assert "--train_iters 2 is below the 3 iterations" in capsys.readouterr().err
+
+
+def test_resume_records_new_budget(tiny_cifar10, tmp_path):
+    output_dir = tmp_path / "run"
+    assert run_main(tiny_cifar10, output_dir, "--train_iters", "3", "--save_step", "3") == 0
+    assert run_main(tiny_cifar10, output_dir, "--train_iters", "4", "--save_step", "3",
+                    "--resume") == 0
+    config = read_json(output_dir / "config.json")
+    assert config["args"]["train_iters"] == 4
+    assert [entry["iteration"] for entry in config["resumed"]] == [3]
+    assert read_json(output_dir / "results.json")["iterations"] == 4
 
 
 @pytest.fixture(scope="module")
