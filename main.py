@@ -781,6 +781,8 @@ def train(args, source, device, logger):
                     f"in {args.output_dir}" + ("; continue with --resume" if args.save_step
                                                else ""))
         return 130
+    if not engine.is_rank_zero():
+        return 0  # validation and the result files belong to rank 0
     results_path = write_results(engine, run, time.time() - start)
     final = engine.history[-1]
     logger.info(f"Final test accuracy {final['test_acc']:.2f}%, best on test "
