@@ -221,12 +221,16 @@ def locate_data(dataset, data_root):
     return None
 
 
-def download_torchvision(dataset, data_root):
-    """Download CIFAR with torchvision into data_root; raise DataError if that fails."""
+def _torchvision_class(dataset):
     import torchvision
 
-    dataset_class = {"cifar10": torchvision.datasets.CIFAR10,
-                     "cifar100": torchvision.datasets.CIFAR100}[dataset]
+    return {"cifar10": torchvision.datasets.CIFAR10,
+            "cifar100": torchvision.datasets.CIFAR100}[dataset]
+
+
+def download_torchvision(dataset, data_root):
+    """Download CIFAR with torchvision into data_root; raise DataError if that fails."""
+    dataset_class = _torchvision_class(dataset)
     os.makedirs(data_root, exist_ok=True)
     try:
         dataset_class(data_root, train=True, download=True)
@@ -273,11 +277,7 @@ def _as_tensor(images):
 
 
 def _read_torchvision(dataset, root, train):
-    import torchvision
-
-    dataset_class = {"cifar10": torchvision.datasets.CIFAR10,
-                     "cifar100": torchvision.datasets.CIFAR100}[dataset]
-    data = dataset_class(root, train=train, download=False)
+    data = _torchvision_class(dataset)(root, train=train, download=False)
     return _as_tensor(np.ascontiguousarray(data.data)), torch.tensor(data.targets, dtype=torch.long)
 
 
@@ -385,9 +385,12 @@ class TensorLoader:
             self.position += 1
             yield self.make_batch(indices, self._generator(self.epoch, self.position))
 
-    def make_batch(self, indices, generator=None):
+    def make_batch(self, indices, generator=None, augment_images=None):
+        """Return (images, labels, indices); augment_images=None follows self.augment."""
+        if augment_images is None:
+            augment_images = self.augment
         images = self.images[indices].float()
-        if self.augment:
+        if augment_images:
             images = augment(images, generator)
         images = (images - self.mean) / self.std
         return images.contiguous(memory_format=torch.channels_last), self.labels[indices], indices

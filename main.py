@@ -2,7 +2,7 @@
 
 Shu et al., "Meta-Weight-Net: Learning an Explicit Mapping For Sample Weighting",
 NeurIPS 2019 (arXiv 1902.07379). The lower level ("inner") trains a ResNet32 on the
-weighted loss mean_i V(L_i; theta) * L_i; the upper level ("outer") trains the
+weighted loss mean_i V(L_i; theta) * L_i. The upper level ("outer") trains the
 weighting MLP V so that the classifier does well on a small clean, balanced meta set.
 
     python main.py --dataset cifar10 --imbalanced_factor 100 --data_root DATA
@@ -169,9 +169,9 @@ def check_args(args, cuda_available):
         raise UsageError(f"--imbalanced_factor {args.imbalanced_factor} is below 1; use a "
                          f"value >= 1 (1 or no flag gives a balanced training subset)")
     if (args.corruption_type is None) != (args.corruption_ratio is None):
-        given = "--corruption_type" if args.corruption_type else "--corruption_ratio"
+        present = "--corruption_type" if args.corruption_type else "--corruption_ratio"
         missing = "--corruption_ratio" if args.corruption_type else "--corruption_type"
-        raise UsageError(f"{given} was given without {missing}; pass both or neither")
+        raise UsageError(f"{present} was given without {missing}; pass both or neither")
     if args.corruption_ratio is not None and not 0 <= args.corruption_ratio <= 1:
         raise UsageError(f"--corruption_ratio {args.corruption_ratio} is outside [0, 1]; pass "
                          f"a noise rate such as 0.4")
@@ -315,8 +315,8 @@ class Inner(ImplicitProblem):
             with torch.no_grad():
                 per_sample_loss = F.cross_entropy(self.module(images), labels, reduction="none")
             # NOTE: V is fed the losses of the update step, not the perturbed ones. The
-            # update treats V's input as a constant, so the finite difference must too;
-            # recomputing it (as Betty's example does) adds a d2V/(dtheta dL) term that
+            # update treats V's input as a constant, so the finite difference must too.
+            # Recomputing it, as Betty's example does, adds a d2V/(dtheta dL) term that
             # the unrolled hypergradient does not have.
             weights = self.outer(self.reference_loss)  # (B, 1)
             return (weights.squeeze(1) * per_sample_loss).mean()
@@ -384,7 +384,7 @@ class ReweightingEngine(Engine):
     """Runs the two problems, validates on the test set and writes the run's files.
 
     "Best" accuracy is the maximum over validations on the test set, as in the paper and
-    in Betty's example; results.json stores the final accuracy beside it.
+    in Betty's example. results.json stores the final accuracy beside it.
     """
 
     def __init__(self, problems, config, dependencies, *, run):
@@ -541,9 +541,9 @@ class ReweightingEngine(Engine):
         # Drop validations logged after the checkpoint, so metrics.jsonl matches history.
         utils.rewrite_jsonl(os.path.join(run.output_dir, "metrics.jsonl"), self.history)
         weights_path = os.path.join(run.output_dir, "weights.jsonl")
-        kept = [row for row in utils.read_jsonl(weights_path)
-                if row["iteration"] <= state["iteration"]]
-        utils.rewrite_jsonl(weights_path, kept)
+        rows_to_keep = [row for row in utils.read_jsonl(weights_path)
+                        if row["iteration"] <= state["iteration"]]
+        utils.rewrite_jsonl(weights_path, rows_to_keep)
 
 
 # ---------------------------------------------------------------------------
@@ -552,7 +552,7 @@ class ReweightingEngine(Engine):
 
 
 class RunState:
-    """What the engine needs from main(): arguments, data and where to write."""
+    """Arguments, data and output folder that main() hands to the engine."""
 
     def __init__(self, args, data_bundle, output_dir, num_classes):
         self.args = args
@@ -575,7 +575,11 @@ def hypergradient_config(args):
 
 
 def build_problems(args, num_classes, data_bundle, device):
-    precision = "fp16" if args.fp16 else "bf16" if args.bf16 else "fp32"
+    precision = "fp32"
+    if args.fp16:
+        precision = "fp16"
+    elif args.bf16:
+        precision = "bf16"
 
     # channels_last: NHWC convolutions, faster on CPU (oneDNN) and GPU (cuDNN); see
     # BENCHMARKS.md. The loaders emit channels_last batches to match.

@@ -168,26 +168,17 @@ def training_set_weights(model, weighting_net, loader):
     training label, computed without augmentation.
 
     NOTE: this is a forward pass over the whole training subset at every validation of a
-    noisy run: cheap on a GPU, but about a minute per validation for 49,000 images on a
-    2-core CPU, so CPU runs with label noise want a large --valid_step.
+    noisy run. It is cheap on a GPU but took about 80 s for 49,000 images on a 2-core CPU,
+    so CPU runs with label noise want a large --valid_step.
     """
     weights = torch.empty(len(loader.labels), device=loader.labels.device)
     for start in range(0, len(loader.labels), 500):
         indices = torch.arange(start, min(start + 500, len(loader.labels)),
                                device=loader.labels.device)
-        images, labels, _ = _unaugmented_batch(loader, indices)
+        images, labels, _ = loader.make_batch(indices, augment_images=False)
         per_sample_loss = F.cross_entropy(model(images), labels, reduction="none")
         weights[indices] = weighting_net(per_sample_loss.unsqueeze(1)).squeeze(1)
     return weights
-
-
-def _unaugmented_batch(loader, indices):
-    augment = loader.augment
-    loader.augment = False
-    try:
-        return loader.make_batch(indices)
-    finally:
-        loader.augment = augment
 
 
 class Stopwatch:

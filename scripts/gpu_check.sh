@@ -5,10 +5,10 @@
 #   DEVICE=cpu TRAIN_ITERS=20 VALID_STEP=10 MILESTONES="10 15" BENCH_ARGS="--rounds 1 \
 #     --iters 1 --methods darts --check_iters 2" scripts/gpu_check.sh    # a dry run on CPU
 #
-# Inputs, looked up in BUNDLE_DIR (default .device/, ignored by git):
+# Inputs are looked up in BUNDLE_DIR (default .device/, which git ignores):
 #   cifar10-jpg.tar.gz            the CIFAR-10 JPEG archive
-#   betty_ml-0.2.1-*.whl          the Betty wheel (torch is expected to be installed)
-# Outputs under OUT_DIR (default $OUT where the device tool sets it, else a new temp dir):
+#   betty_ml-0.2.1-*.whl          the Betty wheel (torch must already be installed)
+# Outputs go under OUT_DIR (default $OUT where the device tool sets it, else a temp dir):
 #   benchmark.json, benchmark.log, full_run/ (the run's folder), full_run.log, summary.txt
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -117,9 +117,10 @@ def test_same_seed_same_split_across_processes():
         for _ in range(2)
     ]
     assert outputs[0] == outputs[1]
-    here = data.make_split(LABELS_30_PER_CLASS, 10, 50, 10, "flip2", 0.4, seed=7)
-    assert outputs[0].strip() == str(here.train_indices.tolist()) + " " + \
-        str(here.train_labels.tolist()) + " " + str(here.meta_indices.tolist())
+    in_process = data.make_split(LABELS_30_PER_CLASS, 10, 50, 10, "flip2", 0.4, seed=7)
+    expected = " ".join(str(t.tolist()) for t in (
+        in_process.train_indices, in_process.train_labels, in_process.meta_indices))
+    assert outputs[0].strip() == expected
 
 
 def test_other_seed_other_split():
